@@ -1,0 +1,3 @@
+from chaos_runner.cli import main
+
+raise SystemExit(main())
