@@ -76,7 +76,7 @@ build() {
   local tag="$1" context="$2" base="$3" t0 log
   t0=$(now_ms)
   # The builder's output is shown only when it fails (it warns on every build otherwise).
-  if ! log=$(docker build -q --build-arg "BASE=$base" -t "$tag" "$context" 2>&1); then
+  if ! log=$(docker build -q --force-rm --build-arg "BASE=$base" -t "$tag" "$context" 2>&1); then
     printf '%s\n' "$log" >&2
     echo "build-images: building $tag from $context on $base failed" >&2
     exit 1

@@ -157,7 +157,6 @@ class Primary:
 
     def _forget(self) -> None:
         with self._lock:
-            self._address = None
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
