@@ -8,18 +8,16 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from local_processes import StartLocal, children, process_state  # noqa: F401
 
 from chaos_runner.journal import Journal
 from chaos_runner.targets.local.driver import LocalParams, LocalTarget
-
-StartLocal = Callable[..., LocalTarget]
 
 
 @pytest.fixture
@@ -37,34 +35,6 @@ def start_local(tmp_path: Path) -> Iterator[StartLocal]:
     finally:
         for target in started:
             target.stop()
-
-
-def process_state(pid: int) -> str | None:
-    """The state letter of /proc/<pid>/status (R, S, T, Z...), None if there is no process."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("State:"):
-                    return line.split()[1]
-    except FileNotFoundError:
-        return None
-    return None
-
-
-def children() -> set[int]:
-    """The live (non-zombie) child processes of this test process."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == os.getpid() and fields[0] not in ("Z", "X"):
-            found.add(int(entry.name))
-    return found
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import urllib3
-from conftest import StartLocal, children
+from local_processes import StartLocal, children
 from pydantic import ValidationError
 
 from chaos_runner.errors import TargetError
