@@ -44,6 +44,13 @@ class Registry:
                 try:
                     plugin = ep.load()
                 except ImportError as exc:
+                    missing = getattr(exc, "name", None) or ""
+                    if missing.split(".")[0] == "chaos_runner":
+                        # Our own module is missing or broken: a bug, never "optional".
+                        raise RegistryError(
+                            f"entry point {ep.name!r} in group {group!r} ({ep.value}) "
+                            f"failed to load: {exc}"
+                        ) from exc
                     # The core must run without the Docker or Kubernetes SDKs installed:
                     # such a plugin is unavailable, and says why when someone asks for it.
                     registry.unavailable[f"{section}:{ep.name}"] = (

@@ -104,6 +104,16 @@ class SloVerdict(_Result):
     budget: ErrorBudget | None = None
 
 
+class TimelineEvent(_Result):
+    """Something an engine or the local supervisor saw (a container died, started...)."""
+
+    t: float
+    source: str
+    action: str
+    member: str | None = None
+    detail: str = ""
+
+
 class RunResult(_Result):
     schema_version: Literal["chaos-runner/result/v1"] = "chaos-runner/result/v1"
     run_id: str
@@ -120,5 +130,6 @@ class RunResult(_Result):
     phases: list[PhaseSummary] = Field(default_factory=list)
     faults: list[FaultOutcome] = Field(default_factory=list)
     slos: list[SloVerdict] = Field(default_factory=list)
+    events: list[TimelineEvent] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
     journal: str | None = None
