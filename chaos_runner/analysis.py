@@ -31,6 +31,7 @@ from chaos_runner.result import (
     RunResult,
     SloVerdict,
     Stats,
+    Status,
     TimelineEvent,
 )
 
@@ -617,7 +618,7 @@ def _verdicts(
 
 def _status(
     journal: _Journal, verdicts: Sequence[SloVerdict], outcomes: Sequence[FaultOutcome]
-) -> tuple[str, str]:
+) -> tuple[Status, str]:
     if journal.end is None:
         why = journal.aborts[-1] if journal.aborts else "the runner died"
         return "aborted", f"the journal has no end record ({why}): the run did not finish"
@@ -632,8 +633,9 @@ def _status(
         if uninjected:
             reasons.append(f"never injected: {', '.join(uninjected)}")
         return ("failed" if reasons else "passed"), "; ".join(reasons)
-    if engine in EXIT_CODES:
-        return engine, reason
+    for status in EXIT_CODES:
+        if engine == status:
+            return status, reason
     return "error", reason or f"unknown engine status {engine!r}"
 
 
@@ -681,7 +683,7 @@ def analyse(records: Iterable[Mapping[str, Any]], *, journal_path: str | None = 
         run_id=str(run.get("run_id", "unknown")),
         experiment=journal.experiment_name,
         source=run.get("source"),
-        status=status,  # type: ignore[arg-type]
+        status=status,
         exit_code=EXIT_CODES[status],
         reason=reason,
         started_wall=run.get("w"),

@@ -189,7 +189,7 @@ def _graceful_signals(engine: Run) -> Iterator[None]:
         return
     names = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         if engine.stop.is_set():
             engine.listener.message(
                 "still reverting faults; the run exits as soon as every fault is reverted",

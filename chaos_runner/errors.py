@@ -3,7 +3,7 @@
     ChaosRunnerError
     ├── ExperimentError        the experiment file is wrong: names the file, field and fix
     ├── RegistryError          a plugin entry point is broken or does not satisfy its protocol
-    ├── PreflightError         the run cannot start: a fault is unavailable here, a target is missing
+    ├── PreflightError         the run cannot start: a fault is unavailable, a target missing
     │   └── NotSteadyError     the system is not in steady state before any fault (nothing injected)
     ├── TargetError            a target driver failed (engine unreachable, member vanished)
     ├── FaultError             injecting or reverting one fault failed

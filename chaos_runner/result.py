@@ -7,23 +7,27 @@ Schema is `chaos-runner schema --result` (docs/result.schema.json).
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-RESULT_SCHEMA_VERSION = "chaos-runner/result/v1"
+RESULT_SCHEMA_VERSION: Final = "chaos-runner/result/v1"
 
 Status = Literal["passed", "failed", "not_steady", "invalid", "aborted", "error", "dry_run"]
 
-EXIT_CODES: dict[str, int] = {
-    "passed": 0,
-    "dry_run": 0,
-    "failed": 1,
-    "invalid": 2,
-    "not_steady": 2,
-    "error": 2,
-    "aborted": 3,
-}
+EXIT_CODES: Mapping[Status, int] = MappingProxyType(
+    {
+        "passed": 0,
+        "dry_run": 0,
+        "failed": 1,
+        "invalid": 2,
+        "not_steady": 2,
+        "error": 2,
+        "aborted": 3,
+    }
+)
 """0 every SLO met; 1 an SLO failed; 2 the run could not be carried out; 3 aborted."""
 
 
@@ -74,7 +78,8 @@ class FaultOutcome(_Result):
     resolution: float
     """The accuracy of the two times above: the largest steady-probe interval."""
     availability: Stats | None = None
-    """Load during the impact window: injection to recovery (or to the fault's end)."""
+    """Load during the impact window: injection to recovery (or to the run's end when the
+    steady state never came back)."""
 
 
 class ErrorBudget(_Result):
@@ -115,7 +120,7 @@ class TimelineEvent(_Result):
 
 
 class RunResult(_Result):
-    schema_version: Literal["chaos-runner/result/v1"] = "chaos-runner/result/v1"
+    schema_version: Literal["chaos-runner/result/v1"] = RESULT_SCHEMA_VERSION
     run_id: str
     experiment: str
     source: str | None = None
@@ -123,6 +128,7 @@ class RunResult(_Result):
     exit_code: int
     reason: str = ""
     started_wall: float | None = None
+    """Wall-clock time of the run's start, seconds since the epoch (the one absolute time)."""
     duration: float = 0.0
     hold: float | None = None
     steady_state_restored: bool | None = None

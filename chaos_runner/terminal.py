@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from chaos_runner.engine.listener import PlannedFault, Snapshot
+from chaos_runner.reports import format_measure
 from chaos_runner.result import RunResult
 
 _STATUS_STYLE = {
@@ -101,8 +102,8 @@ def render_result(result: RunResult) -> RenderableType:
             slos.add_row(
                 s.name,
                 "[green]met[/]" if s.passed else "[red]FAILED[/]",
-                "-" if s.observed is None else f"{s.observed:g}{_unit(s.unit)}",
-                f"{s.comparison} {s.target:g}{_unit(s.unit)}",
+                format_measure(s.observed, s.unit),
+                f"{s.comparison} {format_measure(s.target, s.unit)}",
                 s.detail,
             )
         items.append(slos)
@@ -113,7 +114,3 @@ def render_result(result: RunResult) -> RenderableType:
 
 def _seconds(value: float | None, resolution: float) -> str:
     return "-" if value is None else f"{value:.2f}s ±{resolution:g}s"
-
-
-def _unit(unit: str) -> str:
-    return {"percent": "%", "ms": "ms", "s": "s"}.get(unit, "")
