@@ -246,17 +246,9 @@ def pydantic_problems(
 
 
 def _is_union_tag(part: Any) -> bool:
-    return (
-        (isinstance(part, str)
-        and part
-        in {
-            "availability",
-            "latency",
-            "recovery_time",
-            "time_to_detect",
-        })
-        or (isinstance(part, str) and part.startswith("function-"))
-    )
+    """Pydantic's names for union members and validators, which are not the user's fields."""
+    slo_kinds = {"availability", "latency", "recovery_time", "time_to_detect"}
+    return isinstance(part, str) and (part in slo_kinds or part.startswith("function-"))
 
 
 def _render_path(prefix: str, loc: Sequence[Any]) -> str:

@@ -65,13 +65,13 @@ class ExperimentItem(pytest.Item):
         if result.exit_code != 0:
             raise ExperimentFailed(result)
 
-    def repr_failure(
-        self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None
-    ) -> str:
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, ExperimentFailed):
             result = excinfo.value.result
-            lines = [f"experiment {result.experiment}: {result.status} "
-                     f"(exit code {result.exit_code}) {result.reason}".rstrip()]
+            lines = [
+                f"experiment {result.experiment}: {result.status} "
+                f"(exit code {result.exit_code}) {result.reason}".rstrip()
+            ]
             for slo in result.slos:
                 mark = "met" if slo.passed else "FAILED"
                 lines.append(f"  SLO {slo.name}: {mark} - {slo.detail}")
