@@ -49,9 +49,18 @@ def main() -> None:
             + "\n"
         )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "chaos_runner", "run", str(experiment), "--quiet",
-             "--reports-dir", str(workdir / "reports")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "chaos_runner",
+                "run",
+                str(experiment),
+                "--quiet",
+                "--reports-dir",
+                str(workdir / "reports"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             time.sleep(5)
@@ -68,8 +77,10 @@ def main() -> None:
             proc.terminate()
             proc.wait(timeout=60)
     print(f"journal: {per_minute / 1e6:.3f} MB/min (goal <= 2 MB/min)")
-    print(f"runner RSS: {rss_1 / 1024:.1f} MiB after 1 min, {rss_n / 1024:.1f} MiB after "
-          f"{minutes:g} min, growth {rss_n / rss_1:.2f}x (goal <= 1.20x)")
+    print(
+        f"runner RSS: {rss_1 / 1024:.1f} MiB after 1 min, {rss_n / 1024:.1f} MiB after "
+        f"{minutes:g} min, growth {rss_n / rss_1:.2f}x (goal <= 1.20x)"
+    )
 
 
 if __name__ == "__main__":

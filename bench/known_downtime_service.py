@@ -29,7 +29,7 @@ def on_signal(signum: int, frame: object) -> None:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         down = time.monotonic() < state["down_until"]
         body = b"down" if down else b"ok"
         self.send_response(503 if down else 200)

@@ -26,7 +26,8 @@ def one_run(workdir: Path, index: int) -> tuple[float, float]:
     truth_file = workdir / f"truth-{index}.txt"
     service = Path(__file__).with_name("known_downtime_service.py")
     experiment = workdir / f"accuracy-{index}.yaml"
-    experiment.write_text(textwrap.dedent(f"""
+    experiment.write_text(
+        textwrap.dedent(f"""
         metadata: {{name: recovery-accuracy}}
         target:
           kind: local
@@ -43,13 +44,14 @@ def one_run(workdir: Path, index: int) -> tuple[float, float]:
         faults:
           - {{name: down, kind: kill, offset: 500ms, duration: 3s, params: {{signal: SIGUSR1}}}}
         phases: {{baseline: 500ms, hold: 500ms, recovery_deadline: 10s}}
-    """))
+    """)
+    )
     result = api.run(experiment, reports_dir=workdir / "reports", reporters=("json",))
     fault = result.faults[0]
     assert fault.recovery_time is not None, result.reason
     records = read_journal(Path(result.journal or ""))
     inject_t = next(r["t"] for r in records if r["type"] == "inject" and r["ok"])
-    down_start, down_end = map(float, truth_file.read_text().split())
+    _down_start, down_end = map(float, truth_file.read_text().split())
     truth = down_end - inject_t
     return fault.recovery_time, truth
 
@@ -60,11 +62,15 @@ def main() -> None:
         for i in range(RUNS):
             measured, truth = one_run(Path(tmp), i)
             errors.append(measured - truth)
-            print(f"run {i + 1:2d}: measured {measured:.3f}s  truth {truth:.3f}s  "
-                  f"error {measured - truth:+.3f}s")
+            print(
+                f"run {i + 1:2d}: measured {measured:.3f}s  truth {truth:.3f}s  "
+                f"error {measured - truth:+.3f}s"
+            )
     worst = max(abs(e) for e in errors)
-    print(f"mean error {statistics.mean(errors):+.3f}s, worst |error| {worst:.3f}s, "
-          f"probe interval {INTERVAL:.3f}s, worst/interval {worst / INTERVAL:.2f} (goal <= 1.00)")
+    print(
+        f"mean error {statistics.mean(errors):+.3f}s, worst |error| {worst:.3f}s, "
+        f"probe interval {INTERVAL:.3f}s, worst/interval {worst / INTERVAL:.2f} (goal <= 1.00)"
+    )
 
 
 if __name__ == "__main__":

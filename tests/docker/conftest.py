@@ -2,7 +2,7 @@
 
 - `docker_client`: the Docker SDK client (for test setup and observation only; the code
   under test goes through `DockerTarget`). Without an engine every Docker test is skipped,
-  unless CHAOS_RUNNER_REQUIRE_DOCKER=1 (as in CI), where it fails instead.
+  unless CI=true or CHAOS_RUNNER_REQUIRE_DOCKER=1, where it fails instead.
 - `docker_target`: a started DockerTarget journalling into the test's tmp_path.
 - `docker_prefix`: a name prefix unique to the test; `docker_container`, `http_container`
   and `docker_network` create containers and networks named with it and labelled
@@ -23,25 +23,16 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
+from engine_requirement import unavailable
 
 from chaos_runner.journal import Journal, read_journal
 
 BASE_IMAGE = os.environ.get("CHAOS_RUNNER_BASE_IMAGE", "chaos-runner/base:bookworm")
 TEST_LABEL = "chaos-runner.test"
 HTTP_PORT = 8000
-HOW_TO_RUN = (
-    "start dockerd (see README, 'Docker'); set CHAOS_RUNNER_REQUIRE_DOCKER=1 to make a "
-    "missing engine fail these tests instead"
-)
-
-
-def _unavailable(why: str) -> NoReturn:
-    if os.environ.get("CHAOS_RUNNER_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"CHAOS_RUNNER_REQUIRE_DOCKER=1 but {why}", pytrace=False)
-    pytest.skip(f"{why}: {HOW_TO_RUN}")
 
 
 @pytest.fixture(scope="session")
@@ -51,17 +42,17 @@ def docker_client() -> Iterator[Any]:
         import docker.client
         import docker.errors
     except ImportError:
-        _unavailable("the docker SDK is not installed (pip install chaos-runner[docker])")
+        unavailable("the docker SDK is not installed (pip install chaos-runner[docker])")
     try:
         client = docker.client.DockerClient.from_env(timeout=60)
         client.ping()
     except Exception as exc:
-        _unavailable(f"no Docker engine answers ({exc})")
+        unavailable(f"no Docker engine answers ({exc})")
     try:
         client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
         client.close()
-        _unavailable(
+        unavailable(
             f"the base image {BASE_IMAGE} is not on the engine (build it offline: "
             "mmdebstrap --variant=essential --include=python3,iproute2,iptables,"
             f"ca-certificates,procps bookworm - | docker import - {BASE_IMAGE})"
