@@ -126,8 +126,11 @@ class Run:
             baseline_start = self.clock.monotonic()
             self._wait_until(baseline_start + self.experiment.phases.baseline)
             self._enter("faults")
+            # The journal keeps every sample; the sampler's memory only serves recovery.
+            self._forget_samples_before(self.clock.monotonic())
             last_end = self._faults_phase()
             self._enter("recovery")
+            self._forget_samples_before(last_end)
             restored = self._recovery_phase(last_end)
             status = "completed" if restored else "failed"
             reason = (
@@ -408,6 +411,10 @@ class Run:
         self._notify(self.listener.fault_reverted, handle, error, reason)
 
     # ----------------------------------------------------------------- recovery
+
+    def _forget_samples_before(self, t: float) -> None:
+        if self._sampler is not None:
+            self._sampler.forget_before(t)
 
     def _recovery_phase(self, last_end: float) -> bool:
         assert self._sampler is not None

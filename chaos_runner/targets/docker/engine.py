@@ -123,6 +123,7 @@ class DockerTarget:
         self.params = params
         self.base_dir = base_dir
         self.journal = journal
+        self._listeners: list[Callable[[EngineEvent], None]] = []
         self._client: Any = None
         self._events: EventFollower | None = None
         self._known: dict[str, str] = {}
@@ -143,7 +144,11 @@ class DockerTarget:
         return self._client
 
     def start(self) -> None:
+        """Connect, and follow the engine's events into the journal (when there is one), so
+        that reports show when the engine saw a container die and start beside the probes."""
         self.attach()
+        if self.journal is not None:
+            self.start_events()
 
     def attach(self) -> None:
         if self._client is not None:
@@ -401,19 +406,26 @@ class DockerTarget:
         returned, and the containers of params.project), journalling each as an `event`
         record stamped on the runner's monotonic clock, and passing it to `on_event`.
 
-        Events that happen after this returns are never missed. Idempotent.
+        Events that happen after this returns are never missed. Idempotent: a later call
+        only adds its `on_event` (once) to those already called.
         """
+        if on_event is not None and on_event not in self._listeners:
+            self._listeners.append(on_event)
         if self._events is not None:
             return
         follower = EventFollower(
             self.client,
             journal=self.journal,
-            on_event=on_event,
+            on_event=self._dispatch,
             interesting=self._interesting,
             known=self._known,
         )
         follower.start()
         self._events = follower
+
+    def _dispatch(self, event: EngineEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
 
     def stop_events(self) -> None:
         """Stop following events; safe to call when they were never started, or twice."""
