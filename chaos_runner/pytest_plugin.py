@@ -77,8 +77,8 @@ class ExperimentItem(pytest.Item):
                 lines.append(f"  SLO {slo.name}: {mark} - {slo.detail}")
             for fault in result.faults:
                 lines.append(
-                    f"  fault {fault.name}: time to impact {fault.time_to_impact}, "
-                    f"recovery time {fault.recovery_time} (±{fault.resolution}s)"
+                    f"  fault {fault.name}: time to impact {_seconds(fault.time_to_impact)}, "
+                    f"recovery time {_seconds(fault.recovery_time)} (±{fault.resolution:g}s)"
                 )
             lines.append(f"  journal: {result.journal}")
             return "\n".join(lines)
@@ -86,3 +86,7 @@ class ExperimentItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"chaos experiment: {self.name}"
+
+
+def _seconds(value: float | None) -> str:
+    return "none" if value is None else f"{value:.3f}s"
