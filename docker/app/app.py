@@ -156,8 +156,11 @@ class Primary:
         connection.close()
 
     def _forget(self) -> None:
+        # Dropping the address as well as the pool is what makes the next _checkout ask the
+        # Sentinels: keeping it would retry a dead primary's name forever after a failover.
         with self._lock:
             idle, self._idle = self._idle, []
+            self._address = None
         for connection in idle:
             connection.close()
 
