@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chaos_runner.errors import FaultError, PreflightError
 from chaos_runner.experiment import Duration, FaultSpec
+from chaos_runner.faults.docker import docker_target
 from chaos_runner.plugins import Handle, Member, Target
 from chaos_runner.targets.docker import sidecar
 
@@ -175,7 +176,8 @@ class PartitionParams(_Params):
     """Parameters of 'partition' (and, with `percent`, of 'loss')."""
 
     peers: tuple[str, ...] = ()
-    """IPs, CIDRs or container names/ids to cut off; empty: all traffic on the container's
+    """IPs, CIDRs, container names/ids, or `service:NAME` (every container of that Compose
+    service in the target's project) to cut off; empty: all traffic on the container's
     interfaces (loopback excepted)."""
     direction: Literal["in", "out", "both"] = "both"
     """Which packets: received by the container (in), sent by it (out), or both."""
@@ -187,7 +189,7 @@ class PartitionParams(_Params):
             try:
                 ipaddress.ip_network(peer, strict=False)
             except ValueError:
-                if not _NAME.match(peer):
+                if not _NAME.match(peer.removeprefix(SERVICE_PEER)):
                     raise ValueError(
                         f"{peer!r} is neither an IP, a CIDR nor a container name"
                     ) from None
@@ -264,7 +266,7 @@ class _FilterFault:
 
     def inject(self, handle: Handle, params: Any, target: Target) -> None:
         ips = _addresses(target, handle)
-        peers = _resolve_peers(sidecar.client_of(target), params.peers)
+        peers = _resolve_peers(target, params.peers)
         # ip6tables only where the container has IPv6: a host without it may lack ip6tables.
         families = sorted({ipaddress.ip_address(ip).version for ip in ips})
         tail = [*self.extra_match(params), "-m", "comment", "--comment", handle.data["comment"]]
@@ -290,9 +292,15 @@ class _FilterFault:
         _run_tool(target, handle, {"op": "rules-del", "comment": handle.data["comment"]})
 
 
+SERVICE_PEER = "service:"
+"""A peer written `service:redis` means every container of that Compose service."""
+
+
 def _resolve_peers(
-    client: Any, peers: tuple[str, ...]
+    target: Target, peers: tuple[str, ...]
 ) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of the peers, resolved now (containers get new addresses on restart)."""
+    client = sidecar.client_of(target)
     resolved: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for peer in peers:
         try:
@@ -300,13 +308,20 @@ def _resolve_peers(
             continue
         except ValueError:
             pass
-        try:
-            ips = sidecar.container_ips(client, peer)
-        except sidecar.NotRunning as exc:
-            raise FaultError(f"peer {peer!r}: {exc}") from exc
-        if not ips:
-            raise FaultError(f"peer container {peer!r} has no IP address on any network")
-        resolved += [ipaddress.ip_network(ip) for ip in ips]
+        refs = [peer]
+        if peer.startswith(SERVICE_PEER):
+            service = peer.removeprefix(SERVICE_PEER)
+            refs = [state.id for state in docker_target(target).service_states(service)]
+            if not refs:
+                raise FaultError(f"peer {peer!r}: the Compose service has no container")
+        for ref in refs:
+            try:
+                ips = sidecar.container_ips(client, ref)
+            except sidecar.NotRunning as exc:
+                raise FaultError(f"peer {peer!r}: {exc}") from exc
+            if not ips and ref == peer:
+                raise FaultError(f"peer container {peer!r} has no IP address on any network")
+            resolved += [ipaddress.ip_network(ip) for ip in ips]
     return resolved
 
 
