@@ -12,6 +12,7 @@ import random
 import threading
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -149,6 +150,9 @@ class Run:
             status, reason = "aborted", str(exc)
         except KeyboardInterrupt:
             status, reason = "aborted", "interrupted (Ctrl-C)"
+        except ChaosRunnerError as exc:
+            status, reason = "error", str(exc)
+            self.journal.write("error", message=reason, where=self.phase)
         except Exception as exc:
             status, reason = "error", f"{type(exc).__name__}: {exc}"
             self.journal.write("error", message=reason, where=self.phase)
@@ -452,8 +456,19 @@ class Run:
         with self._active_lock:
             leftovers = list(self._active.values())
             self._active.clear()
-        for fault, handle in reversed(leftovers):
-            self._revert(fault, handle, revert_reason)
+        # In parallel: each revert may have to start a helper (a Docker network revert takes
+        # ~0.4 s), and a SIGTERM'd runner has seconds at most before it is killed outright.
+        if leftovers:
+            with ThreadPoolExecutor(
+                max_workers=min(len(leftovers), 16), thread_name_prefix="revert"
+            ) as pool:
+                # list(): a revert that raised past its own handling surfaces here.
+                list(
+                    pool.map(
+                        lambda active: self._revert(active[0], active[1], revert_reason),
+                        reversed(leftovers),
+                    )
+                )
         steps: list[tuple[str, Callable[[], None]]] = []
         if self._load is not None:
             steps.append(("load", self._load.stop))
