@@ -13,6 +13,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from engine_requirement import unavailable
 
 pytestmark = pytest.mark.docker
@@ -205,3 +207,65 @@ def test_redis_primary_killed_replica_promoted_app_recovers(
         return streak >= 10
 
     poll(steady, "ten successes in a row after the failover", 15)
+
+
+@pytest.mark.timeout(400)
+def test_the_failover_game_day_experiment_runs_as_shipped(
+    demo: Demo, tmp_path: Path, record_property: Any
+) -> None:
+    """experiments/compose/redis-failover.yaml through the CLI, with only the project and
+    the load balancer's address changed to this test's own."""
+    poll(demo.served, "the load balancer to serve a counter", 90)
+    poll(
+        lambda: demo.redis_cli("sentinel-1", "sentinel", "ckquorum", "demo").startswith("OK"),
+        "the Sentinels to find each other",
+        30,
+    )
+    experiment = yaml.safe_load((REPO / "experiments/compose/redis-failover.yaml").read_text())
+    experiment["target"]["params"] = {"project": demo.project, "url": demo.url.rstrip("/")}
+    path = tmp_path / "redis-failover.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chaos_runner",
+            "run",
+            str(path),
+            "--quiet",
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    (run_dir,) = (tmp_path / "reports").iterdir()
+    result = json.loads((run_dir / "result.json").read_text())
+    verdicts = {s["name"]: s for s in result["slos"]}
+    logs = "\n".join(
+        f"--- {service}\n"
+        + "\n".join(
+            line
+            for line in demo.container(service).logs().decode(errors="replace").splitlines()
+            if "Failed to resolve hostname" not in line  # Sentinel's noise once it is gone
+        )[-4000:]
+        for service in ("sentinel-1", "sentinel-2", "sentinel-3", "redis-replica")
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{verdicts}\n{logs}"
+    (fault,) = result["faults"]
+    assert fault["members"] == [demo.container("redis-primary").name]
+    failover = fault["recovery_time"]
+    record_property("failover_seconds_from_probes", round(failover, 2))
+    print(
+        f"game day: failover {failover:.2f}s, success during it "
+        f"{100 * fault['availability']['success_ratio']:.1f}%"
+    )
+    assert 1.0 < failover < RECOVERY_OBJECTIVE
+    # The engine saw the primary die, beside what the probes saw.
+    assert any(
+        e["source"] == "docker" and e["action"] == "die" and e["member"] == fault["members"][0]
+        for e in result["events"]
+    )
+    assert verdicts["availability-28d"]["budget"]["window_consumed"] > 0
