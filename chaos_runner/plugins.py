@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -116,6 +116,10 @@ class FaultKind(Protocol):
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]]
     reversible: ClassVar[bool]
+    scope: ClassVar[Literal["members", "target"]]
+    """"members": one handle per selected member. "target": the fault acts on the target as
+    a whole (the local target's proxy), whatever the selector picks; what it acts on is the
+    member of the handles `plan` returns, and that is what the selection shows."""
 
     def check(self, params: Any, target: Target) -> None: ...
 

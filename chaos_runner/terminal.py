@@ -66,6 +66,8 @@ def render_result(result: RunResult) -> RenderableType:
         f"  {result.reason}" if result.reason else "",
     )
     items: list[RenderableType] = [head]
+    if result.status == "dry_run":
+        return Group(*items)  # The plan, printed in preflight, is all there is to show.
     if result.faults:
         faults = Table(title="faults", title_justify="left")
         for column in (

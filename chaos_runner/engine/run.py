@@ -200,12 +200,16 @@ class Run:
             if selector.seed is None:
                 # A seed per fault, derived from the run's seed, so a run can be replayed.
                 selector = selector.model_copy(update={"seed": self.seed + len(fault.name)})
-            fault.members = choose(
-                target.members(selector),
-                selector,
-                fault=fault.name,
-                max_blast_radius=experiment.safety.max_blast_radius,
-            )
+            if fault.kind.scope == "target":
+                planned = fault.kind.plan(fault.spec, fault.name, fault.params, [], target)
+                fault.members = [Member(member, member) for member in _unique(planned)]
+            else:
+                fault.members = choose(
+                    target.members(selector),
+                    selector,
+                    fault=fault.name,
+                    max_blast_radius=experiment.safety.max_blast_radius,
+                )
             fault.at = faults_start + fault.spec.offset
             self.journal.write(
                 "selection",
@@ -523,3 +527,8 @@ class Run:
 def derive_seed(seed: int | None) -> int:
     """The run's seed: the one given, or a fresh one that the journal records."""
     return seed if seed is not None else random.SystemRandom().randrange(2**31)
+
+
+def _unique(handles: list[Handle]) -> list[str]:
+    """The members the handles act on, each once, in order."""
+    return list(dict.fromkeys(handle.member for handle in handles))

@@ -92,6 +92,7 @@ class _Lifecycle:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
+    scope: ClassVar[Literal["members", "target"]] = "members"
     reversible: ClassVar[bool] = False
 
     def check(self, params: Any, target: Target) -> None:

@@ -237,6 +237,7 @@ class _FilterFault:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = PartitionParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
+    scope: ClassVar[Literal["members", "target"]] = "members"
     reversible: ClassVar[bool] = True
 
     def extra_match(self, params: Any) -> list[str]:
@@ -349,6 +350,7 @@ class _QdiscFault:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
+    scope: ClassVar[Literal["members", "target"]] = "members"
     reversible: ClassVar[bool] = True
 
     def qdisc(self, params: Any) -> list[str]:

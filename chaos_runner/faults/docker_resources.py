@@ -12,7 +12,7 @@ import json
 import re
 import secrets
 import signal
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, field_validator
 
@@ -169,6 +169,7 @@ class _Stressor:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
+    scope: ClassVar[Literal["members", "target"]] = "members"
     reversible: ClassVar[bool] = True
 
     def argv(self, params: Any, lifetime: float) -> list[str]:
@@ -277,6 +278,7 @@ class DiskFill:
     kind: ClassVar[str] = "disk"
     Params: ClassVar[type[BaseModel]] = DiskParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
+    scope: ClassVar[Literal["members", "target"]] = "members"
     reversible: ClassVar[bool] = True
 
     def check(self, params: Any, target: Target) -> None:
@@ -357,6 +359,7 @@ class KillProcess:
     kind: ClassVar[str] = "kill-process"
     Params: ClassVar[type[BaseModel]] = KillProcessParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
+    scope: ClassVar[Literal["members", "target"]] = "members"
     reversible: ClassVar[bool] = False
 
     def check(self, params: Any, target: Target) -> None:

@@ -12,7 +12,7 @@ import os
 import secrets
 import signal
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
@@ -111,6 +111,7 @@ class _ReplicaFault:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"local"})
+    scope: ClassVar[Literal["members", "target"]] = "members"
     reversible: ClassVar[bool]
 
     def check(self, params: Any, target: Target) -> None:

@@ -9,7 +9,7 @@ without a live proxy (after a crash) is a no-op: its faults died with it.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,6 +73,7 @@ class _ProxyFault:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"local"})
+    scope: ClassVar[Literal["members", "target"]] = "target"
     reversible: ClassVar[bool] = True
 
     def check(self, params: Any, target: Target) -> None:

@@ -204,10 +204,14 @@ def test_a_dry_run_prints_the_plan_and_injects_nothing(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "plan" in out.stdout and "replica-" in out.stdout and "slow" in out.stdout
     assert "DRY_RUN" in out.stdout
+    assert "SLOs" not in out.stdout  # nothing ran, so nothing is judged
     journal = next((tmp_path / "reports").glob("*/journal.jsonl"))
-    types = {r["type"] for r in read_journal(journal)}
-    assert "selection" in types
-    assert not types & {"handle", "inject", "revert"}
+    entries = read_journal(journal)
+    selected = {r["fault"]: r["members"] for r in entries if r["type"] == "selection"}
+    assert [m["name"] for m in selected["k"]] in (["replica-0"], ["replica-1"])
+    # The latency fault acts on the proxy, whatever the selector says: the plan says so.
+    assert [m["id"] for m in selected["slow"]] == ["proxy"]
+    assert not {r["type"] for r in entries} & {"handle", "inject", "revert"}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
