@@ -32,7 +32,6 @@ LOCAL_BASE = "chaos-runner/base:bookworm"
 HELPER_LABEL = "chaos-runner.helper"
 HANDLE_LABEL = "chaos-runner.handle"
 TARGET_LABEL = "chaos-runner.target"
-RUN_LABEL = "chaos-runner.run"
 RECIPE_LABEL = "chaos-runner.helper-recipe"
 """On the helper image: a digest of the Dockerfile it was built from."""
 
@@ -254,11 +253,11 @@ def remove_helper(client: Any, helper_id: str) -> None:
 
 
 def remove_helpers(
-    client: Any, *, handle: str | None = None, run: str | None = None, target: str | None = None
+    client: Any, *, handle: str | None = None, target: str | None = None
 ) -> list[str]:
-    """Remove leftover helpers: all of them, or those of one handle, run or target (full id)."""
+    """Remove leftover helpers: all of them, or those of one handle or target (full id)."""
     wanted = [f"{HELPER_LABEL}=1"]
-    for label, value in ((HANDLE_LABEL, handle), (RUN_LABEL, run), (TARGET_LABEL, target)):
+    for label, value in ((HANDLE_LABEL, handle), (TARGET_LABEL, target)):
         if value:
             wanted.append(f"{label}={value}")
     found = client.containers.list(all=True, filters={"label": wanted})
