@@ -2,7 +2,12 @@
 
 Same locustfile (FastHttpUser, no wait), same users and duration, alternated for ROUNDS
 rounds, against a fast asyncio keep-alive responder in its own process, so that Locust's CPU
-is what limits both. Prints each figure and the ratio (goal >= 0.95). Under two minutes.
+is what limits both. Where there are two cores or more, the responder runs on one and the
+load (Locust, and this process with LoadGenerator's reader) on another, so that the two do
+not trade places from run to run. Throughput is the steady state of each run: the requests
+of its full seconds (bare Locust's per-second counts, LoadGenerator's windows), leaving out
+the first and the last second, when users are still starting or already stopping. Prints
+each round, the median of each and their ratio (goal >= 0.95). About two minutes.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -62,13 +68,12 @@ async def serve() -> None:
 
 
 def through_generator(locustfile: Path, host: str, users: int, duration: float) -> float:
-    requests = 0
+    windows: list[tuple[float, float, int]] = []
     lock = threading.Lock()
 
     def on_window(window: dict[str, Any]) -> None:
-        nonlocal requests
         with lock:
-            requests += int(window["requests"])
+            windows.append((float(window["t0"]), float(window["t1"]), int(window["requests"])))
 
     spec = LoadSpec(locustfile=locustfile.name, users=users, spawn_rate=users, window=0.5)
     load = LoadGenerator(
@@ -83,7 +88,13 @@ def through_generator(locustfile: Path, host: str, users: int, duration: float) 
         load.stop()
     if load.error:
         raise SystemExit(f"load failed: {load.error}")
-    return requests / duration
+    if not windows:
+        raise SystemExit("load produced no windows")
+    begin, end = windows[0][0] + 1.0, windows[-1][1] - 1.0
+    steady = [(t0, t1, n) for t0, t1, n in windows if t0 >= begin and t1 <= end]
+    if not steady:
+        raise SystemExit(f"a {duration:g}s run is too short to have a steady state")
+    return sum(n for _, _, n in steady) / (steady[-1][1] - steady[0][0])
 
 
 def through_bare_locust(locustfile: Path, host: str, users: int, duration: float) -> float:
@@ -99,20 +110,31 @@ def through_bare_locust(locustfile: Path, host: str, users: int, duration: float
     )
     if done.returncode != 0:
         raise SystemExit(f"locust failed ({done.returncode}): {done.stderr[-2000:]}")
-    stats = json.loads(done.stdout)
-    return sum(int(entry["num_requests"]) for entry in stats) / duration
+    per_second: dict[int, int] = {}
+    for entry in json.loads(done.stdout):
+        for second, count in entry["num_reqs_per_sec"].items():
+            per_second[int(second)] = per_second.get(int(second), 0) + int(count)
+    steady = sorted(per_second)[1:-1]
+    if not steady:
+        raise SystemExit(f"a {duration:g}s run is too short to have a steady state")
+    return sum(per_second[second] for second in steady) / len(steady)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--duration", type=float, default=8.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
     if args.serve:
+        if len(cores) > 1:
+            os.sched_setaffinity(0, {cores[-1]})
         asyncio.run(serve())
         return
+    if len(cores) > 1:
+        os.sched_setaffinity(0, {cores[0]})  # Locust processes inherit it.
 
     server = subprocess.Popen(
         [sys.executable, __file__, "--serve"], stdout=subprocess.PIPE, text=True

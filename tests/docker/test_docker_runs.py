@@ -142,9 +142,12 @@ def _answers(url: str, timeout: float = 0.2) -> bool:
 # --------------------------------------------------------------------- SIGTERM mid-fault
 
 
-def test_sigterm_mid_fault_leaves_nothing_behind(
-    docker_client: Any, http_container: Any, tmp_path: Path
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_signal_mid_fault_leaves_nothing_behind(
+    docker_client: Any, http_container: Any, tmp_path: Path, signum: int
 ) -> None:
+    """SIGTERM: the runner reverts everything and exits 3. SIGKILL: nothing can run, the
+    faults stay in place, and `chaos-runner revert` undoes them from the journal alone."""
     from chaos_runner.faults.docker_network import QDISC_HANDLE
 
     web = http_container("web")
@@ -211,7 +214,7 @@ def test_sigterm_mid_fault_leaves_nothing_behind(
 
         sent_wall = time.time()
         sent = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         proc.wait(timeout=30)
         exit_seconds = time.monotonic() - sent
     finally:
@@ -219,20 +222,41 @@ def test_sigterm_mid_fault_leaves_nothing_behind(
             proc.kill()
             proc.wait(timeout=10)
     output = out_path.read_text()
-    assert proc.returncode == 3, output
+
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL, output
+        # A killed runner reverts nothing: every fault is still there...
+        rules = _netns(docker_client, web.container, ["iptables", "-w", "-S"])
+        assert f"chaos-runner:{by_kind['loss']['id']}" in rules, rules
+        assert _paused(docker_client, frozen.id)
+        assert _exists(docker_client, by_kind["cpu"]["data"]["helper"])
+        # ...until `chaos-runner revert` undoes them from what the journal says.
+        revert = subprocess.run(
+            [sys.executable, "-m", "chaos_runner", "revert", str(journal.parent)],
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            env=CLI_ENV,
+        )
+        assert revert.returncode == 0, revert.stdout + revert.stderr
+        reason = "recover"
+    else:
+        assert proc.returncode == 3, output
+        reason = "abort"
 
     records = read_journal(journal)
-    aborts = _of_type(records, "abort")
-    assert aborts and "SIGTERM" in aborts[0]["reason"]
     reverts = {r["handle"]: r for r in _of_type(records, "revert")}
     assert set(reverts) == set(handles), "a revert record for every handle"
-    assert all(r["ok"] and r["reason"] == "abort" for r in reverts.values()), reverts
-    assert records[-1]["type"] == "end" and records[-1]["status"] == "aborted"
-    reverted_seconds = max(r["w"] for r in reverts.values()) - sent_wall
-    print(
-        f"\nSIGTERM -> every fault reverted: {reverted_seconds:.3f}s; "
-        f"SIGTERM -> runner exited: {exit_seconds:.3f}s (goal: reverted in under 1 s)"
-    )
+    assert all(r["ok"] and r["reason"] == reason for r in reverts.values()), reverts
+    if signum == signal.SIGTERM:
+        aborts = _of_type(records, "abort")
+        assert aborts and "SIGTERM" in aborts[0]["reason"]
+        assert records[-1]["type"] == "end" and records[-1]["status"] == "aborted"
+        reverted_seconds = max(r["w"] for r in reverts.values()) - sent_wall
+        print(
+            f"\nSIGTERM -> every fault reverted: {reverted_seconds:.3f}s; "
+            f"SIGTERM -> runner exited: {exit_seconds:.3f}s (goal: reverted in under 1 s)"
+        )
     assert exit_seconds < 30
 
     # Nothing is left behind: no rule, no qdisc, no pause, no stressor, no helper.
