@@ -69,16 +69,22 @@ class Demo:
     project: str
     url: str
 
-    def container(self, service: str) -> Any:
-        found = self.client.containers.list(
-            all=True,
-            filters={
-                "label": [
-                    f"com.docker.compose.project={self.project}",
-                    f"com.docker.compose.service={service}",
-                ]
-            },
+    def containers(self, service: str) -> list[Any]:
+        """The service's containers, running or not."""
+        return list(
+            self.client.containers.list(
+                all=True,
+                filters={
+                    "label": [
+                        f"com.docker.compose.project={self.project}",
+                        f"com.docker.compose.service={service}",
+                    ]
+                },
+            )
         )
+
+    def container(self, service: str) -> Any:
+        found = self.containers(service)
         assert len(found) == 1, f"expected one {service} container, found {len(found)}"
         return found[0]
 
@@ -209,21 +215,24 @@ def test_redis_primary_killed_replica_promoted_app_recovers(
     poll(steady, "ten successes in a row after the failover", 15)
 
 
-@pytest.mark.timeout(400)
-def test_the_failover_game_day_experiment_runs_as_shipped(
-    demo: Demo, tmp_path: Path, record_property: Any
-) -> None:
-    """experiments/compose/redis-failover.yaml through the CLI, with only the project and
-    the load balancer's address changed to this test's own."""
+def wait_until_steady(demo: Demo) -> None:
     poll(demo.served, "the load balancer to serve a counter", 90)
     poll(
         lambda: demo.redis_cli("sentinel-1", "sentinel", "ckquorum", "demo").startswith("OK"),
         "the Sentinels to find each other",
         30,
     )
-    experiment = yaml.safe_load((REPO / "experiments/compose/redis-failover.yaml").read_text())
+
+
+def run_shipped(
+    demo: Demo, name: str, reports: Path
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """experiments/compose/NAME.yaml through the CLI, with only the project and the load
+    balancer's address changed to this test's own: (the CLI's outcome, result.json)."""
+    experiment = yaml.safe_load((REPO / f"experiments/compose/{name}.yaml").read_text())
     experiment["target"]["params"] = {"project": demo.project, "url": demo.url.rstrip("/")}
-    path = tmp_path / "redis-failover.yaml"
+    reports.mkdir(parents=True)
+    path = reports / f"{name}.yaml"
     path.write_text(yaml.safe_dump(experiment))
     done = subprocess.run(
         [
@@ -234,15 +243,23 @@ def test_the_failover_game_day_experiment_runs_as_shipped(
             str(path),
             "--quiet",
             "--reports-dir",
-            str(tmp_path / "reports"),
+            str(reports),
         ],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
-    (run_dir,) = (tmp_path / "reports").iterdir()
-    result = json.loads((run_dir / "result.json").read_text())
+    (run_dir,) = (entry for entry in reports.iterdir() if entry.is_dir())
+    return done, json.loads((run_dir / "result.json").read_text())
+
+
+@pytest.mark.timeout(400)
+def test_the_failover_game_day_experiment_runs_as_shipped(
+    demo: Demo, tmp_path: Path, record_property: Any
+) -> None:
+    wait_until_steady(demo)
+    done, result = run_shipped(demo, "redis-failover", tmp_path / "reports")
     verdicts = {s["name"]: s for s in result["slos"]}
     logs = "\n".join(
         f"--- {service}\n"
@@ -269,3 +286,41 @@ def test_the_failover_game_day_experiment_runs_as_shipped(
         for e in result["events"]
     )
     assert verdicts["availability-28d"]["budget"]["window_consumed"] > 0
+
+
+SHIPPED = {
+    "crash-app-replica": "app",
+    "partition-app-from-redis": "app",
+    "cpu-pressure": "app",
+    "lb-bandwidth": "lb",
+}
+"""The other game days in experiments/compose/, and the service each one's fault acts on."""
+
+
+@pytest.mark.timeout(600)
+def test_the_other_game_days_run_as_shipped_and_meet_their_slos(demo: Demo, tmp_path: Path) -> None:
+    """One after the other against one project (each leaves the system steady again); every
+    one is run, and all that went wrong is reported together."""
+    wait_until_steady(demo)
+    problems: list[str] = []
+    for name, service in SHIPPED.items():
+        poll(demo.served, f"the load balancer to serve again before {name}", 60)
+        done, result = run_shipped(demo, name, tmp_path / name)
+        if done.returncode != 0:
+            problems.append(f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}")
+            continue
+        (fault,) = result["faults"]
+        names = {container.name for container in demo.containers(service)}
+        if not fault["members"] or not set(fault["members"]) <= names:
+            problems.append(f"{name}: acted on {fault['members']}, not on {service}")
+        if fault["reversible"] and not fault["reverted"]:
+            problems.append(f"{name}: its fault was not reverted")
+        print(
+            f"{name}: "
+            + ", ".join(
+                f"{s['name']} {s['observed']:.3g}{'s' if s['unit'] == 's' else ''}"
+                for s in result["slos"]
+                if s["observed"] is not None
+            )
+        )
+    assert not problems, "\n\n".join(problems)
