@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from chaos_runner.result import RunResult
 
 
+FaultScope = Literal["members", "target"]
+"""What a fault kind acts on: the selected members, or the target as a whole."""
+
+
 @dataclass(frozen=True)
 class Member:
     """One thing a fault can act on: a local replica, a container, a pod."""
@@ -116,10 +120,10 @@ class FaultKind(Protocol):
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]]
     reversible: ClassVar[bool]
-    scope: ClassVar[Literal["members", "target"]]
-    """"members": one handle per selected member. "target": the fault acts on the target as
-    a whole (the local target's proxy), whatever the selector picks; what it acts on is the
-    member of the handles `plan` returns, and that is what the selection shows."""
+    scope: ClassVar[FaultScope]
+    """With "members", one handle per selected member. With "target", the fault acts on the
+    target as a whole (the local target's proxy) whatever the selector picks: what it acts on
+    is the member of the handles `plan` returns, and that is what the selection shows."""
 
     def check(self, params: Any, target: Target) -> None: ...
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from chaos_runner.errors import FaultError, PreflightError, TargetError
 from chaos_runner.experiment import Duration, FaultSpec
-from chaos_runner.plugins import Handle, Member, Target
+from chaos_runner.plugins import FaultScope, Handle, Member, Target
 from chaos_runner.targets.docker import DockerTarget, sidecar, signal_name
 
 
@@ -92,7 +92,7 @@ class _Lifecycle:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
-    scope: ClassVar[Literal["members", "target"]] = "members"
+    scope: ClassVar[FaultScope] = "members"
     reversible: ClassVar[bool] = False
 
     def check(self, params: Any, target: Target) -> None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from chaos_runner.errors import FaultError, PreflightError
 from chaos_runner.experiment import Duration, FaultSpec
 from chaos_runner.faults.docker import docker_target
-from chaos_runner.plugins import Handle, Member, Target
+from chaos_runner.plugins import FaultScope, Handle, Member, Target
 from chaos_runner.targets.docker import sidecar
 
 QDISC_HANDLE = "ca05:"
@@ -237,7 +237,7 @@ class _FilterFault:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]] = PartitionParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
-    scope: ClassVar[Literal["members", "target"]] = "members"
+    scope: ClassVar[FaultScope] = "members"
     reversible: ClassVar[bool] = True
 
     def extra_match(self, params: Any) -> list[str]:
@@ -350,7 +350,7 @@ class _QdiscFault:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
-    scope: ClassVar[Literal["members", "target"]] = "members"
+    scope: ClassVar[FaultScope] = "members"
     reversible: ClassVar[bool] = True
 
     def qdisc(self, params: Any) -> list[str]:

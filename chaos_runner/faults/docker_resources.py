@@ -12,13 +12,13 @@ import json
 import re
 import secrets
 import signal
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ByteSize, ConfigDict, Field, field_validator
 
 from chaos_runner.errors import FaultError
 from chaos_runner.experiment import FaultSpec
-from chaos_runner.plugins import Handle, Member, Target
+from chaos_runner.plugins import FaultScope, Handle, Member, Target
 from chaos_runner.targets.docker import sidecar
 
 LIFETIME_GRACE = 60.0
@@ -169,7 +169,7 @@ class _Stressor:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
-    scope: ClassVar[Literal["members", "target"]] = "members"
+    scope: ClassVar[FaultScope] = "members"
     reversible: ClassVar[bool] = True
 
     def argv(self, params: Any, lifetime: float) -> list[str]:
@@ -278,7 +278,7 @@ class DiskFill:
     kind: ClassVar[str] = "disk"
     Params: ClassVar[type[BaseModel]] = DiskParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
-    scope: ClassVar[Literal["members", "target"]] = "members"
+    scope: ClassVar[FaultScope] = "members"
     reversible: ClassVar[bool] = True
 
     def check(self, params: Any, target: Target) -> None:
@@ -359,7 +359,7 @@ class KillProcess:
     kind: ClassVar[str] = "kill-process"
     Params: ClassVar[type[BaseModel]] = KillProcessParams
     target_kinds: ClassVar[frozenset[str]] = frozenset({"docker"})
-    scope: ClassVar[Literal["members", "target"]] = "members"
+    scope: ClassVar[FaultScope] = "members"
     reversible: ClassVar[bool] = False
 
     def check(self, params: Any, target: Target) -> None:

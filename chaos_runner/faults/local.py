@@ -12,13 +12,13 @@ import os
 import secrets
 import signal
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from chaos_runner.errors import FaultError, PreflightError
 from chaos_runner.experiment import FaultSpec
-from chaos_runner.plugins import Handle, Member, Target
+from chaos_runner.plugins import FaultScope, Handle, Member, Target
 from chaos_runner.targets.local.driver import LocalTarget
 
 
@@ -111,7 +111,7 @@ class _ReplicaFault:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"local"})
-    scope: ClassVar[Literal["members", "target"]] = "members"
+    scope: ClassVar[FaultScope] = "members"
     reversible: ClassVar[bool]
 
     def check(self, params: Any, target: Target) -> None:

@@ -9,13 +9,13 @@ without a live proxy (after a crash) is a no-op: its faults died with it.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaos_runner.errors import FaultError, PreflightError, TargetError
 from chaos_runner.experiment import Duration, FaultSpec
-from chaos_runner.plugins import Handle, Member, Target
+from chaos_runner.plugins import FaultScope, Handle, Member, Target
 from chaos_runner.targets.local.driver import LocalTarget
 from chaos_runner.targets.local.proxy_client import ProxyClient
 
@@ -73,7 +73,7 @@ class _ProxyFault:
     kind: ClassVar[str]
     Params: ClassVar[type[BaseModel]]
     target_kinds: ClassVar[frozenset[str]] = frozenset({"local"})
-    scope: ClassVar[Literal["members", "target"]] = "target"
+    scope: ClassVar[FaultScope] = "target"
     reversible: ClassVar[bool] = True
 
     def check(self, params: Any, target: Target) -> None:
