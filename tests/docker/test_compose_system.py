@@ -13,7 +13,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from engine_requirement import unavailable
+from runner_cli import run_argv
 
 pytestmark = pytest.mark.docker
 
@@ -235,16 +235,7 @@ def run_shipped(
     path = reports / f"{name}.yaml"
     path.write_text(yaml.safe_dump(experiment))
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "chaos_runner",
-            "run",
-            str(path),
-            "--quiet",
-            "--reports-dir",
-            str(reports),
-        ],
+        run_argv(path, reports),
         capture_output=True,
         text=True,
         timeout=300,

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from engine_requirement import unavailable
+from runner_cli import run_argv
 
 from chaos_runner import api
 from chaos_runner.journal import read_journal
@@ -48,23 +49,9 @@ def _experiment(tmp_path: Path, text: str, name: str = "exp") -> Path:
     return path
 
 
-def _cli(path: Path, reports: Path, *options: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "chaos_runner",
-        "run",
-        str(path),
-        "--quiet",
-        "--reports-dir",
-        str(reports),
-        *options,
-    ]
-
-
 def _run_cli(path: Path, reports: Path, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        _cli(path, reports, *options),
+        run_argv(path, reports, *options),
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
@@ -174,7 +161,7 @@ def test_a_signal_mid_fault_leaves_nothing_behind(
     out_path = tmp_path / "runner.out"
     with out_path.open("w") as out:
         proc = subprocess.Popen(
-            _cli(path, reports), stdout=out, stderr=subprocess.STDOUT, text=True, env=CLI_ENV
+            run_argv(path, reports), stdout=out, stderr=subprocess.STDOUT, text=True, env=CLI_ENV
         )
     try:
         # Bounded: preflight may build the helper image the first time (a few seconds).
