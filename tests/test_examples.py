@@ -43,9 +43,17 @@ def test_quickstart_kills_a_replica_and_reports_a_plausible_recovery(tmp_path: P
     result = result_of(directory)
     assert result["status"] == "passed"
     (fault,) = result["faults"]
-    # The supervisor restarts the killed replica after restart_delay (2 s): recovery can
-    # not be shorter, and on an idle machine it is not much longer.
-    assert 1.9 <= fault["recovery_time"] <= 5.0
+    assert 1.0 <= fault["recovery_time"] <= 5.0
+    # The supervisor restarts the killed replica after restart_delay (2 s), and the probes
+    # see the system whole again around then. Not exactly then: they go through the proxy,
+    # which spreads new connections over the replicas, so a stretch of passing samples may
+    # start by chance a few samples before the restart (one run here: 0.35 s before).
+    (restart,) = [
+        e["t"]
+        for e in result["events"]
+        if e["action"] == "restart" and e["member"] == fault["members"][0]
+    ]
+    assert restart - 1.0 <= fault["recovered_at"] <= restart + 1.5
     assert 0 <= fault["time_to_impact"] <= 1.0
     assert fault["resolution"] == pytest.approx(0.25)
     assert fault["availability"]["total"] > 100
