@@ -150,11 +150,12 @@ class Run:
             status, reason = "aborted", str(exc)
         except KeyboardInterrupt:
             status, reason = "aborted", "interrupted (Ctrl-C)"
-        except ChaosRunnerError as exc:
-            status, reason = "error", str(exc)
-            self.journal.write("error", message=reason, where=self.phase)
         except Exception as exc:
-            status, reason = "error", f"{type(exc).__name__}: {exc}"
+            # Our own errors read as they are; anything else is named by its type.
+            status = "error"
+            reason = (
+                str(exc) if isinstance(exc, ChaosRunnerError) else f"{type(exc).__name__}: {exc}"
+            )
             self.journal.write("error", message=reason, where=self.phase)
         finally:
             self._teardown(status, reason)
