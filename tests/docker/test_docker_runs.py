@@ -77,18 +77,6 @@ def _netns(client: Any, container: Any, argv: list[str]) -> str:
     return output
 
 
-def _helpers(client: Any, *, target: str | None = None, handle: str | None = None) -> list[Any]:
-    """Helper containers left for a target container (full id) or a fault handle."""
-    from chaos_runner.targets.docker import sidecar
-
-    wanted = [f"{sidecar.HELPER_LABEL}=1"]
-    if target is not None:
-        wanted.append(f"{sidecar.TARGET_LABEL}={target}")
-    if handle is not None:
-        wanted.append(f"{sidecar.HANDLE_LABEL}={handle}")
-    return list(client.containers.list(all=True, filters={"label": wanted}))
-
-
 def _exists(client: Any, ref: str) -> bool:
     import docker.errors
 
@@ -136,6 +124,7 @@ def test_a_signal_mid_fault_leaves_nothing_behind(
     """SIGTERM: the runner reverts everything and exits 3. SIGKILL: nothing can run, the
     faults stay in place, and `chaos-runner revert` undoes them from the journal alone."""
     from chaos_runner.faults.docker_network import QDISC_HANDLE
+    from chaos_runner.targets.docker import sidecar
 
     web = http_container("web")
     frozen = http_container("frozen")
@@ -256,9 +245,9 @@ def test_a_signal_mid_fault_leaves_nothing_behind(
     assert not _exists(docker_client, by_kind["cpu"]["data"]["helper"])
     assert all("http.server" in p for p in _processes(web.container)), _processes(web.container)
     for box in (web, frozen):
-        assert _helpers(docker_client, target=box.id) == []
+        assert sidecar.helpers(docker_client, target=box.id) == []
     for handle_id in handles:
-        assert _helpers(docker_client, handle=handle_id) == []
+        assert sidecar.helpers(docker_client, handle=handle_id) == []
     assert web.fetch() is None and frozen.fetch() is None
 
 

@@ -180,11 +180,6 @@ def _rules(client: Any, box: Any) -> str:
     return _netns(client, box, ["sh", "-c", "iptables -S; ip6tables -S"])
 
 
-def _leftover_helpers(client: Any, box: Any) -> list[Any]:
-    filters = {"label": [f"{sidecar.HELPER_LABEL}=1", f"{sidecar.TARGET_LABEL}={box.id}"]}
-    return list(client.containers.list(all=True, filters=filters))
-
-
 def test_partition_cuts_http_from_the_host_until_reverted(
     client: Any, target: Any, server: Server
 ) -> None:
@@ -200,7 +195,7 @@ def test_partition_cuts_http_from_the_host_until_reverted(
     fault.revert(handle, target)
     assert _get(server.url) is None
     assert "chaos-runner" not in _rules(client, server)
-    assert _leftover_helpers(client, server) == []
+    assert sidecar.helpers(client, target=server.id) == []
 
 
 def test_partition_from_a_named_peer_cuts_only_that_peer(

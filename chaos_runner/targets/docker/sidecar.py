@@ -252,15 +252,21 @@ def remove_helper(client: Any, helper_id: str) -> None:
             raise FaultError(f"could not remove helper container {helper_id}: {exc}") from exc
 
 
-def remove_helpers(
-    client: Any, *, handle: str | None = None, target: str | None = None
-) -> list[str]:
-    """Remove leftover helpers: all of them, or those of one handle or target (full id)."""
+def helpers(client: Any, *, handle: str | None = None, target: str | None = None) -> list[Any]:
+    """Helper containers, running or not: all of them, or those of one handle or target
+    (full id)."""
     wanted = [f"{HELPER_LABEL}=1"]
     for label, value in ((HANDLE_LABEL, handle), (TARGET_LABEL, target)):
         if value:
             wanted.append(f"{label}={value}")
-    found = client.containers.list(all=True, filters={"label": wanted})
+    return list(client.containers.list(all=True, filters={"label": wanted}))
+
+
+def remove_helpers(
+    client: Any, *, handle: str | None = None, target: str | None = None
+) -> list[str]:
+    """Remove leftover helpers: all of them, or those of one handle or target (full id)."""
+    found = helpers(client, handle=handle, target=target)
     for helper in found:
         remove_helper(client, helper.id)
     return [str(h.id) for h in found]
